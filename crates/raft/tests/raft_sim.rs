@@ -120,7 +120,9 @@ fn basic_agree() {
 #[test]
 fn rpc_bytes() {
     run_seeds("rpc_bytes", SEEDS, |seed| {
-        let mut c = cluster(3, seed);
+        let mut c = Cluster::new(3, seed);
+        c.default_flow_control();
+        c.start_all();
         c.count_bytes(true);
         c.one(&cmd(99), 3, false);
         let bytes0 = c.bytes_total();
@@ -342,7 +344,9 @@ fn backup() {
 #[test]
 fn count() {
     run_seeds("count", SEEDS, |seed| {
-        let mut c = cluster(3, seed);
+        let mut c = Cluster::new(3, seed);
+        c.default_flow_control();
+        c.start_all();
         c.check_one_leader();
         let total1 = c.rpc_total();
         assert!((1..=30).contains(&total1), "too many or few RPCs ({total1}) to elect initial leader");

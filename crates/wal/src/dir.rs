@@ -67,16 +67,10 @@ impl<T: Dir + ?Sized> Dir for Box<T> {
 /// misread. Both implementations apply it, so a name that works in the
 /// simulator also works on disk.
 fn check_name(name: &str) -> io::Result<()> {
-    let bad = name.is_empty()
-        || name == "."
-        || name.contains('/')
-        || name.contains("..")
-        || name.contains('\0');
+    let bad =
+        name.is_empty() || name == "." || name.contains('/') || name.contains("..") || name.contains('\0');
     if bad {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid file name {name:?}"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid file name {name:?}")));
     }
     Ok(())
 }
@@ -113,11 +107,7 @@ impl OsDir {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
-        Ok(OsDir {
-            path,
-            handles: HashMap::new(),
-            unsynced_entries: HashSet::new(),
-        })
+        Ok(OsDir { path, handles: HashMap::new(), unsynced_entries: HashSet::new() })
     }
 
     /// The directory's path.
@@ -170,10 +160,7 @@ impl Dir for OsDir {
             let file = match OpenOptions::new().append(true).open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let f = OpenOptions::new()
-                        .append(true)
-                        .create_new(true)
-                        .open(&path)?;
+                    let f = OpenOptions::new().append(true).create_new(true).open(&path)?;
                     self.unsynced_entries.insert(name.to_string());
                     f
                 }
@@ -235,11 +222,7 @@ impl Dir for OsDir {
         // use, and `check_name` already ruled out anything odd in `name`.
         let tmp = self.path.join(format!(".{name}.tmp"));
         {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
+            let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
             file.write_all(data)?;
             file.sync_all()?;
         }
@@ -430,11 +413,7 @@ impl Dir for MemDir {
 
     fn write_atomic(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
         check_name(name)?;
-        let file = MemFile {
-            durable: data.to_vec(),
-            unsynced: Vec::new(),
-            entry_durable: true,
-        };
+        let file = MemFile { durable: data.to_vec(), unsynced: Vec::new(), entry_durable: true };
         self.lock().files.insert(name.to_string(), file);
         Ok(())
     }

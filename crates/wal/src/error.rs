@@ -48,10 +48,6 @@ pub enum WalError {
 
 impl WalError {
     pub(crate) fn io<'a>(op: &'static str, name: &'a str) -> impl FnOnce(io::Error) -> WalError + 'a {
-        move |source| WalError::Io {
-            op,
-            name: name.to_string(),
-            source,
-        }
+        move |source| WalError::Io { op, name: name.to_string(), source }
     }
 }

@@ -14,23 +14,16 @@ const MAGIC: &[u8; 4] = b"SHL1";
 const HEADER_LEN: usize = 12;
 
 /// Atomically replaces `name` with a checked file holding `payload`.
-pub fn write_checked<D: Dir + ?Sized>(
-    dir: &mut D,
-    name: &str,
-    payload: &[u8],
-) -> Result<(), WalError> {
-    let len = u32::try_from(payload.len()).map_err(|_| WalError::RecordTooLarge {
-        len: payload.len() as u64,
-        max: u64::from(u32::MAX),
-    })?;
+pub fn write_checked<D: Dir + ?Sized>(dir: &mut D, name: &str, payload: &[u8]) -> Result<(), WalError> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| WalError::RecordTooLarge { len: payload.len() as u64, max: u64::from(u32::MAX) })?;
     let len_bytes = len.to_le_bytes();
     let mut data = Vec::with_capacity(HEADER_LEN + payload.len());
     data.extend_from_slice(MAGIC);
     data.extend_from_slice(&len_bytes);
     data.extend_from_slice(&checksum(len_bytes, payload).to_le_bytes());
     data.extend_from_slice(payload);
-    dir.write_atomic(name, &data)
-        .map_err(WalError::io("write_atomic", name))
+    dir.write_atomic(name, &data).map_err(WalError::io("write_atomic", name))
 }
 
 /// Reads a file written by [`write_checked`]: `Ok(None)` if it does not
@@ -39,10 +32,7 @@ pub fn read_checked<D: Dir + ?Sized>(dir: &D, name: &str) -> Result<Option<Vec<u
     let Some(data) = dir.read(name).map_err(WalError::io("read", name))? else {
         return Ok(None);
     };
-    let corrupt = |reason: String| WalError::Corrupt {
-        name: name.to_string(),
-        reason,
-    };
+    let corrupt = |reason: String| WalError::Corrupt { name: name.to_string(), reason };
     if data.len() < HEADER_LEN {
         return Err(corrupt(format!("only {} bytes", data.len())));
     }
@@ -56,10 +46,7 @@ pub fn read_checked<D: Dir + ?Sized>(dir: &D, name: &str) -> Result<Option<Vec<u
     let payload = &data[HEADER_LEN..];
     let len = u32::from_le_bytes(len_bytes);
     if u64::from(len) != payload.len() as u64 {
-        return Err(corrupt(format!(
-            "length field says {len} bytes, file holds {}",
-            payload.len()
-        )));
+        return Err(corrupt(format!("length field says {len} bytes, file holds {}", payload.len())));
     }
     if checksum(len_bytes, payload) != u32::from_le_bytes(crc_bytes) {
         return Err(corrupt("checksum mismatch".into()));

@@ -5,8 +5,8 @@
 //! - [`wal`]: a segmented, checksummed write-ahead log ([`Wal`]) that
 //!   truncates a damaged tail on recovery.
 //! - [`group`]: [`SharedWal`], group commit for many concurrent writers.
-//! - [`file`]: small checked metadata files written atomically.
-//! - [`error`]: [`WalError`].
+//! - [`file`](mod@file): small checked metadata files written atomically.
+//! - [`error`]: the error type, [`WalError`].
 
 pub mod dir;
 pub mod error;

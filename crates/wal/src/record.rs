@@ -86,11 +86,7 @@ pub(crate) fn decode_at(data: &[u8], off: usize, max: usize) -> Decoded<'_> {
         checksum(len_field.to_le_bytes(), payload) == crc
     };
     if len > max {
-        return if valid {
-            Decoded::ValidButTooLarge { len }
-        } else {
-            Decoded::Bad(CutReason::TooLarge)
-        };
+        return if valid { Decoded::ValidButTooLarge { len } } else { Decoded::Bad(CutReason::TooLarge) };
     }
     if !complete {
         return Decoded::Bad(CutReason::Torn);
@@ -99,10 +95,7 @@ pub(crate) fn decode_at(data: &[u8], off: usize, max: usize) -> Decoded<'_> {
         return Decoded::Bad(CutReason::ChecksumMismatch);
     }
     let next = off + HEADER_LEN + len;
-    Decoded::Record {
-        payload: &data[off + HEADER_LEN..next],
-        next,
-    }
+    Decoded::Record { payload: &data[off + HEADER_LEN..next], next }
 }
 
 #[cfg(test)]
@@ -119,10 +112,7 @@ mod tests {
             panic!("first record should decode");
         };
         assert_eq!((payload, next), (&b"abc"[..], 11));
-        assert_eq!(
-            decode_at(&buf, 11, 10),
-            Decoded::Record { payload: b"", next: 19 }
-        );
+        assert_eq!(decode_at(&buf, 11, 10), Decoded::Record { payload: b"", next: 19 });
         assert_eq!(decode_at(&buf, 19, 10), Decoded::End);
         assert_eq!(decode_at(&buf[..5], 0, 10), Decoded::Bad(CutReason::Torn));
         assert_eq!(decode_at(&buf[..10], 0, 10), Decoded::Bad(CutReason::Torn));

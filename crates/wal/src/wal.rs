@@ -1,6 +1,6 @@
 //! A segmented write-ahead log.
 //!
-//! Records are framed by [`crate::record`] and appended to segment files
+//! Records are framed `[len u32][crc32c u32][payload]` and appended to segment files
 //! `wal-{id:020}.log`, ids increasing from 1. Segments exist so that a prefix
 //! of the log can be dropped (after a snapshot) by deleting whole files
 //! instead of rewriting one.
@@ -33,10 +33,7 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions {
-            segment_bytes: 64 << 20,
-            max_record_bytes: 64 << 20,
-        }
+        WalOptions { segment_bytes: 64 << 20, max_record_bytes: 64 << 20 }
     }
 }
 
@@ -131,13 +128,9 @@ impl<D: Dir> Wal<D> {
                     reason: format!("segment {} is missing", ids[i - 1] + 1),
                 });
             }
-            let data = dir
-                .read(&name)
-                .map_err(WalError::io("read", &name))?
-                .ok_or_else(|| WalError::Corrupt {
-                    name: name.clone(),
-                    reason: "listed but vanished while reading".into(),
-                })?;
+            let data = dir.read(&name).map_err(WalError::io("read", &name))?.ok_or_else(|| {
+                WalError::Corrupt { name: name.clone(), reason: "listed but vanished while reading".into() }
+            })?;
             let (end, bad) = decode_segment(&name, &data, opts.max_record_bytes, &mut recovered)?;
             current_len = end as u64;
             if let Some(reason) = bad {
@@ -148,15 +141,8 @@ impl<D: Dir> Wal<D> {
             }
         }
         let current = ids.last().copied().unwrap_or(1);
-        let wal = Wal {
-            dir,
-            opts,
-            segments: ids,
-            current,
-            current_len,
-            pending: Vec::new(),
-            poisoned: false,
-        };
+        let wal =
+            Wal { dir, opts, segments: ids, current, current_len, pending: Vec::new(), poisoned: false };
         Ok((wal, recovered))
     }
 
@@ -273,10 +259,7 @@ impl<D: Dir> Wal<D> {
         if self.poisoned {
             return Err(WalError::Poisoned);
         }
-        assert!(
-            self.pending.is_empty(),
-            "write_batch with records still pending in the Wal"
-        );
+        assert!(self.pending.is_empty(), "write_batch with records still pending in the Wal");
         if batch.is_empty() {
             return Ok(());
         }
@@ -312,10 +295,7 @@ impl<D: Dir> Wal<D> {
 /// Rejects payloads above the configured limit.
 pub(crate) fn check_size(len: usize, max: usize) -> Result<(), WalError> {
     if len > max {
-        return Err(WalError::RecordTooLarge {
-            len: len as u64,
-            max: max as u64,
-        });
+        return Err(WalError::RecordTooLarge { len: len as u64, max: max as u64 });
     }
     Ok(())
 }
@@ -353,15 +333,9 @@ fn decode_segment(
 /// Cuts the log at `offset` of the segment `ids[0]`: truncates it there and
 /// removes the segments in `ids[1..]`, newest first (a crash part-way leaves
 /// a contiguous run that the next recovery cuts the same way).
-fn cut_tail<D: Dir>(
-    dir: &mut D,
-    ids: &[u64],
-    offset: u64,
-    reason: CutReason,
-) -> Result<Cut, WalError> {
+fn cut_tail<D: Dir>(dir: &mut D, ids: &[u64], offset: u64, reason: CutReason) -> Result<Cut, WalError> {
     let segment = segment_name(ids[0]);
-    dir.truncate(&segment, offset)
-        .map_err(WalError::io("truncate", &segment))?;
+    dir.truncate(&segment, offset).map_err(WalError::io("truncate", &segment))?;
     let mut dropped_segments = Vec::new();
     for &id in ids[1..].iter().rev() {
         let name = segment_name(id);
@@ -376,12 +350,7 @@ fn cut_tail<D: Dir>(
         dropped = ?dropped_segments,
         "WAL recovery cut the log at a damaged record"
     );
-    Ok(Cut {
-        segment,
-        offset,
-        reason,
-        dropped_segments,
-    })
+    Ok(Cut { segment, offset, reason, dropped_segments })
 }
 
 #[cfg(test)]
@@ -409,28 +378,16 @@ mod tests {
 
     #[test]
     fn options_validated() {
-        let opts = WalOptions {
-            segment_bytes: 0,
-            ..WalOptions::default()
-        };
-        assert!(matches!(
-            Wal::open(MemDir::new(), opts),
-            Err(WalError::InvalidOptions(_))
-        ));
+        let opts = WalOptions { segment_bytes: 0, ..WalOptions::default() };
+        assert!(matches!(Wal::open(MemDir::new(), opts), Err(WalError::InvalidOptions(_))));
     }
 
     #[test]
     fn too_large_rejected_on_append() {
-        let opts = WalOptions {
-            max_record_bytes: 4,
-            ..WalOptions::default()
-        };
+        let opts = WalOptions { max_record_bytes: 4, ..WalOptions::default() };
         let (mut wal, _) = Wal::open(MemDir::new(), opts).unwrap();
         wal.append(b"1234").unwrap();
-        assert!(matches!(
-            wal.append(b"12345"),
-            Err(WalError::RecordTooLarge { len: 5, max: 4 })
-        ));
+        assert!(matches!(wal.append(b"12345"), Err(WalError::RecordTooLarge { len: 5, max: 4 })));
         assert_eq!(wal.pending_bytes(), 12);
     }
 
@@ -441,14 +398,8 @@ mod tests {
         wal.append(b"0123456789").unwrap();
         wal.sync().unwrap();
         drop(wal);
-        let opts = WalOptions {
-            max_record_bytes: 4,
-            ..WalOptions::default()
-        };
-        assert!(matches!(
-            Wal::open(mem.clone(), opts),
-            Err(WalError::Corrupt { .. })
-        ));
+        let opts = WalOptions { max_record_bytes: 4, ..WalOptions::default() };
+        assert!(matches!(Wal::open(mem.clone(), opts), Err(WalError::Corrupt { .. })));
         let (_, rec) = Wal::open(mem, WalOptions::default()).unwrap();
         assert_eq!(rec.records, vec![b"0123456789".to_vec()]);
     }
@@ -458,10 +409,7 @@ mod tests {
         let mut mem = MemDir::new();
         mem.write_atomic(&segment_name(1), b"").unwrap();
         mem.write_atomic(&segment_name(3), b"").unwrap();
-        assert!(matches!(
-            Wal::open(mem, WalOptions::default()),
-            Err(WalError::Corrupt { .. })
-        ));
+        assert!(matches!(Wal::open(mem, WalOptions::default()), Err(WalError::Corrupt { .. })));
     }
 
     #[test]

@@ -6,10 +6,8 @@ use shoal_wal::{read_checked, write_checked, Dir, MemDir, OsDir, WalError};
 #[test]
 fn round_trip_mem_and_os() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut dirs: Vec<Box<dyn Dir>> = vec![
-        Box::new(MemDir::new()),
-        Box::new(OsDir::open(tmp.path()).unwrap()),
-    ];
+    let mut dirs: Vec<Box<dyn Dir>> =
+        vec![Box::new(MemDir::new()), Box::new(OsDir::open(tmp.path()).unwrap())];
     for d in dirs.iter_mut() {
         assert_eq!(read_checked(d, "meta").unwrap(), None);
         write_checked(d, "meta", b"term=3 vote=2").unwrap();

@@ -15,10 +15,7 @@ use shoal_wal::{CrashMode, MemDir, Wal, WalError, WalOptions};
 /// batch was written to the simulated page cache).
 fn crash_epochs(seed: u64, mode: CrashMode) {
     let mem = MemDir::new();
-    let opts = WalOptions {
-        segment_bytes: 512,
-        max_record_bytes: 1024,
-    };
+    let opts = WalOptions { segment_bytes: 512, max_record_bytes: 1024 };
     let mut rng = Rng::new(seed);
     // What the log must contain: `durable` records are certain, the rest of
     // `appended` may or may not survive.

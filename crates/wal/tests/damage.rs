@@ -93,10 +93,7 @@ fn torn_tail_os_every_offset() {
 #[test]
 fn damage_in_early_segment_drops_later_segments() {
     let mem = MemDir::new();
-    let opts = WalOptions {
-        segment_bytes: 200,
-        ..WalOptions::default()
-    };
+    let opts = WalOptions { segment_bytes: 200, ..WalOptions::default() };
     let recs = payloads(13, 60, 40);
     let (mut wal, _) = Wal::open(mem.clone(), opts).unwrap();
     let mut seg_of = Vec::new();
@@ -116,10 +113,7 @@ fn damage_in_early_segment_drops_later_segments() {
     let cut = rec.cut.unwrap();
     assert_eq!(cut.segment, segment_name(2));
     assert_eq!(cut.offset, 0);
-    assert_eq!(
-        cut.dropped_segments,
-        (3..=last).map(segment_name).collect::<Vec<_>>()
-    );
+    assert_eq!(cut.dropped_segments, (3..=last).map(segment_name).collect::<Vec<_>>());
     assert_eq!(wal.current_segment(), 2);
     wal.append(b"x").unwrap();
     wal.sync().unwrap();

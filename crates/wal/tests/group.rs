@@ -51,21 +51,14 @@ fn eight_threads_share_fsyncs() {
     let mut dir = FaultyDir::new(mem.clone());
     // A slow fsync, as on a real disk, so writers actually overlap.
     dir.sync_delay = Duration::from_micros(300);
-    let opts = WalOptions {
-        segment_bytes: 4096,
-        ..WalOptions::default()
-    };
+    let opts = WalOptions { segment_bytes: 4096, ..WalOptions::default() };
     let (wal, _) = Wal::open(dir, opts).unwrap();
     let shared = SharedWal::new(wal).unwrap();
     hammer(&shared);
     let stats = shared.stats();
     assert_eq!(stats.records, THREADS * PER_THREAD);
     let syncs = mem.sync_count();
-    assert!(
-        syncs < stats.records / 2,
-        "{syncs} fsyncs for {} records",
-        stats.records
-    );
+    assert!(syncs < stats.records / 2, "{syncs} fsyncs for {} records", stats.records);
     drop(shared);
     let (_, rec) = Wal::open(mem, opts).unwrap();
     check_all_present(&rec.records);
@@ -91,9 +84,7 @@ fn eight_threads_on_disk() {
 fn no_commit_delay_still_correct() {
     let mem = MemDir::new();
     let (wal, _) = Wal::open(mem.clone(), WalOptions::default()).unwrap();
-    let opts = GroupOptions {
-        max_commit_delay: Duration::ZERO,
-    };
+    let opts = GroupOptions { max_commit_delay: Duration::ZERO };
     let shared = SharedWal::with_options(wal, opts).unwrap();
     hammer(&shared);
     drop(shared);
@@ -115,16 +106,10 @@ fn pending_records_of_wrapped_wal_are_synced() {
 
 #[test]
 fn too_large_is_rejected_without_poisoning() {
-    let opts = WalOptions {
-        max_record_bytes: 8,
-        ..WalOptions::default()
-    };
+    let opts = WalOptions { max_record_bytes: 8, ..WalOptions::default() };
     let (wal, _) = Wal::open(MemDir::new(), opts).unwrap();
     let shared = SharedWal::new(wal).unwrap();
-    assert!(matches!(
-        shared.append_durable(&[0; 9]),
-        Err(WalError::RecordTooLarge { .. })
-    ));
+    assert!(matches!(shared.append_durable(&[0; 9]), Err(WalError::RecordTooLarge { .. })));
     shared.append_durable(&[0; 8]).unwrap();
 }
 
@@ -137,14 +122,8 @@ fn failed_fsync_fails_the_batch_and_poisons() {
     let shared = SharedWal::new(wal).unwrap();
     shared.append_durable(b"ok").unwrap();
     fail.store(0, Ordering::SeqCst);
-    assert!(matches!(
-        shared.append_durable(b"lost"),
-        Err(WalError::Io { .. })
-    ));
-    assert!(matches!(
-        shared.append_durable(b"later"),
-        Err(WalError::Poisoned)
-    ));
+    assert!(matches!(shared.append_durable(b"lost"), Err(WalError::Io { .. })));
+    assert!(matches!(shared.append_durable(b"later"), Err(WalError::Poisoned)));
     // Concurrent writers all see an error, none hangs.
     std::thread::scope(|s| {
         for _ in 0..4 {

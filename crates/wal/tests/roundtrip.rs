@@ -117,10 +117,7 @@ fn unsynced_appends_are_not_written() {
 #[test]
 fn segment_rollover() {
     let mem = MemDir::new();
-    let opts = WalOptions {
-        segment_bytes: 1000,
-        ..WalOptions::default()
-    };
+    let opts = WalOptions { segment_bytes: 1000, ..WalOptions::default() };
     let recs = payloads(3, 500, 100);
     let (mut wal, _) = Wal::open(mem.clone(), opts).unwrap();
     for (i, r) in recs.iter().enumerate() {

@@ -62,6 +62,8 @@ pub struct Cluster {
     pub pre_vote: bool,
     pub check_quorum: bool,
     pub snapshot_chunk_bytes: usize,
+    pub max_inflight: usize,
+    pub max_append_bytes: usize,
     // Safety bookkeeping.
     leader_of_term: HashMap<Term, NodeId>,
     /// (index, term) -> (command, previous entry's term): log matching.
@@ -92,6 +94,8 @@ impl Cluster {
             pre_vote: true,
             check_quorum: true,
             snapshot_chunk_bytes: 1024,
+            max_inflight: 64,
+            max_append_bytes: 64 * 1024,
             leader_of_term: HashMap::new(),
             entry_identity: HashMap::new(),
             committed: BTreeMap::new(),
@@ -100,6 +104,11 @@ impl Cluster {
             rpc_bytes: 0,
             count_bytes: false,
         };
+        match c.rng.below(3) {
+            0 => c.max_append_bytes = 1,
+            1 => c.max_inflight = 1,
+            _ => {}
+        }
         for _ in 0..n {
             c.nodes.push(Node {
                 raft: None,
@@ -110,6 +119,12 @@ impl Cluster {
             });
         }
         c
+    }
+
+    /// The default flow control, for tests that count messages.
+    pub fn default_flow_control(&mut self) {
+        self.max_inflight = 64;
+        self.max_append_bytes = 64 * 1024;
     }
 
     /// Starts every node. Call after setting options.
@@ -150,7 +165,10 @@ impl Cluster {
         cfg.pre_vote = self.pre_vote;
         cfg.check_quorum = self.check_quorum;
         cfg.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
-        cfg.max_inflight = 64;
+        // Vary the flow control per seed: one-entry Appends and a window of
+        // one expose partial replication (the Figure 8 corner) far more often.
+        cfg.max_inflight = self.max_inflight;
+        cfg.max_append_bytes = self.max_append_bytes;
         cfg.seed = self.rng.next_u64();
         let node = &mut self.nodes[i];
         node.raft = Some(Raft::new(cfg, recovered));

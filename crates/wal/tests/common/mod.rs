@@ -56,11 +56,7 @@ pub struct FaultyDir {
 
 impl FaultyDir {
     pub fn new(mem: MemDir) -> FaultyDir {
-        FaultyDir {
-            mem,
-            fail_in: Arc::new(AtomicU64::new(u64::MAX)),
-            sync_delay: Duration::ZERO,
-        }
+        FaultyDir { mem, fail_in: Arc::new(AtomicU64::new(u64::MAX)), sync_delay: Duration::ZERO }
     }
 }
 
