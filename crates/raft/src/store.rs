@@ -41,6 +41,16 @@ enum Record {
         meta: SnapshotMeta,
         keep_tail: bool,
     },
+    /// The whole durable state but the snapshot's data, in one record (so it
+    /// is all there or not at all). It opens every segment written after a
+    /// snapshot; replay starts at the last segment that opens with one, so
+    /// the older segments are redundant and a crash while removing them is
+    /// harmless.
+    Base {
+        snapshot: SnapshotMeta,
+        hard_state: HardState,
+        entries: Vec<Entry>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,10 +87,21 @@ impl<D: Dir> FileStore<D> {
             entries: VecDeque::new(),
             scratch: Vec::new(),
         };
-        for raw in &recovered.records {
-            let record: Record = postcard::from_bytes(raw)
-                .map_err(|e| StoreError::Corrupt(format!("undecodable log record: {e}")))?;
-            store.replay(record)?;
+        let decode = |raw: &[u8]| {
+            postcard::from_bytes::<Record>(raw)
+                .map_err(|e| StoreError::Corrupt(format!("undecodable log record: {e}")))
+        };
+        let mut start = 0;
+        for &(_, first) in recovered.segment_starts.iter().rev() {
+            if let Some(raw) = recovered.records.get(first) {
+                if matches!(decode(raw)?, Record::Base { .. }) {
+                    start = first;
+                    break;
+                }
+            }
+        }
+        for raw in &recovered.records[start..] {
+            store.replay(decode(raw)?)?;
         }
         let snapshot = if store.snapshot.index > 0 {
             let name = snapshot_name(store.snapshot);
@@ -111,6 +132,12 @@ impl<D: Dir> FileStore<D> {
         match record {
             Record::HardState(hs) => self.hard_state = hs,
             Record::Snapshot { meta, keep_tail } => self.apply_snapshot_meta(meta, keep_tail),
+            Record::Base { snapshot, hard_state, entries } => {
+                self.snapshot = snapshot;
+                self.hard_state = hard_state;
+                self.entries.clear();
+                self.replay(Record::Entries(entries))?;
+            }
             Record::Entries(entries) => {
                 for e in entries {
                     if e.index <= self.snapshot.index {
@@ -182,14 +209,14 @@ impl<D: Dir> FileStore<D> {
         self.append(&Record::Snapshot { meta: s.meta, keep_tail })?;
         self.wal.sync()?;
         self.apply_snapshot_meta(s.meta, keep_tail);
-        // 3. A fresh segment that stands on its own, so older ones can go.
+        // 3. A fresh segment that stands on its own (a Base record), so the
+        // older ones can go.
         let segment = self.wal.rotate()?;
-        self.append(&Record::Snapshot { meta: s.meta, keep_tail: false })?;
-        self.append(&Record::HardState(self.hard_state))?;
-        if !self.entries.is_empty() {
-            let tail: Vec<Entry> = self.entries.iter().cloned().collect();
-            self.append(&Record::Entries(tail))?;
-        }
+        self.append(&Record::Base {
+            snapshot: self.snapshot,
+            hard_state: self.hard_state,
+            entries: self.entries.iter().cloned().collect(),
+        })?;
         self.wal.sync()?;
         self.wal.remove_segments_before(segment)?;
         self.remove_stale_snapshots()

@@ -57,6 +57,10 @@ pub struct Recovered {
     pub records: Vec<Vec<u8>>,
     /// Set if a damaged tail was cut away.
     pub cut: Option<Cut>,
+    /// Each surviving segment's id and the index in `records` of its first
+    /// record, oldest first, so a caller can start replay at a segment that
+    /// stands on its own.
+    pub segment_starts: Vec<(u64, usize)>,
 }
 
 /// The file name of segment `id`.
@@ -131,6 +135,7 @@ impl<D: Dir> Wal<D> {
             let data = dir.read(&name).map_err(WalError::io("read", &name))?.ok_or_else(|| {
                 WalError::Corrupt { name: name.clone(), reason: "listed but vanished while reading".into() }
             })?;
+            recovered.segment_starts.push((id, recovered.records.len()));
             let (end, bad) = decode_segment(&name, &data, opts.max_record_bytes, &mut recovered)?;
             current_len = end as u64;
             if let Some(reason) = bad {
