@@ -202,7 +202,7 @@ impl Dir for CrashingDir {
 /// recovery yields exactly the state before that persist or after it.
 #[test]
 fn crash_at_any_step_recovers_before_or_after() {
-    run_seeds("store_crash_at_any_step", 300, |seed| {
+    run_seeds("crash_at_any_step_recovers_before_or_after", 300, |seed| {
         let mut rng = Rng::new(seed);
         let disk = MemDir::new();
         let mut model = Model::default();

@@ -86,6 +86,7 @@ pub fn run_seeds(scenario: &str, default_count: u64, f: impl Fn(u64)) {
 /// Runs `f` over the given seeds, reporting and propagating the first
 /// failure. Split from [`run_seeds`] so tests need not set env vars.
 pub fn run_seed_list(scenario: &str, seeds: &[u64], f: impl Fn(u64)) {
+    let started = std::time::Instant::now();
     for (passed, &seed) in seeds.iter().enumerate() {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(seed))) {
             // Tests run on parallel threads: one eprintln per line keeps
@@ -100,7 +101,8 @@ pub fn run_seed_list(scenario: &str, seeds: &[u64], f: impl Fn(u64)) {
             panic::resume_unwind(payload);
         }
     }
-    eprintln!("scenario {scenario}: all {} seeds passed", seeds.len());
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("scenario {scenario}: all {} seeds passed in {secs:.2} s", seeds.len());
 }
 
 /// For single-run tools: `SHOAL_SEED` if set, else `default`. Panics with a
