@@ -32,6 +32,9 @@ pub struct Progress {
     /// `match_index` (or snapshot offset) at the previous heartbeat, to spot a
     /// stream that stalled because messages were lost.
     pub progress_at_heartbeat: (Index, u64),
+    /// Any replication response arrived since the last heartbeat: a slow
+    /// follower (or a busy leader) is not a stalled one.
+    pub heard_since_heartbeat: bool,
 }
 
 impl Progress {
@@ -45,6 +48,7 @@ impl Progress {
             recent_active: true,
             read_ack: 0,
             progress_at_heartbeat: (0, 0),
+            heard_since_heartbeat: false,
         }
     }
 

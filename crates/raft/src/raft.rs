@@ -281,6 +281,10 @@ impl Raft {
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
+    /// The latest snapshot (empty data before the first).
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -312,7 +316,7 @@ impl Raft {
             }
             if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
-                self.broadcast_heartbeat();
+                self.broadcast_heartbeat(true);
             }
         } else if self.election_elapsed >= self.randomized_timeout {
             if self.cfg.pre_vote {
@@ -489,7 +493,7 @@ impl Raft {
         }
         if self.role == Role::Leader && self.reads.iter().any(|r| r.seq == 0) {
             // One heartbeat round confirms every read that arrived since the last.
-            self.broadcast_heartbeat();
+            self.broadcast_heartbeat(false);
         }
 
         let hs = self.hard_state();
@@ -804,6 +808,7 @@ impl Raft {
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
+        pr.heard_since_heartbeat = true;
         match result {
             AppendResult::Accepted { match_index } => {
                 let advanced = pr.ack(match_index);
@@ -814,10 +819,13 @@ impl Raft {
                     }
                     _ => {}
                 }
+                let sending_snapshot = matches!(pr.state, ReplicationState::Snapshot { .. });
                 if advanced {
                     self.maybe_commit();
                 }
-                if match_index < last {
+                // While a snapshot is on its way, late acks of old Appends
+                // must not trigger sends: the snapshot's own acks pace it.
+                if match_index < last && !sending_snapshot {
                     self.send_append(from, false);
                 }
             }
@@ -857,13 +865,20 @@ impl Raft {
     fn handle_snapshot_response(&mut self, from: NodeId, index: Index, next_offset: u64, done: bool) {
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
+        pr.heard_since_heartbeat = true;
         if done {
             pr.ack(index);
-            if matches!(pr.state, ReplicationState::Snapshot { .. }) || pr.state == ReplicationState::Probe {
+            // Only the transfer in progress moves on; a duplicate "done"
+            // (the follower answers every resent chunk) changes nothing.
+            let finished =
+                matches!(pr.state, ReplicationState::Snapshot { index: sent, .. } if sent <= index);
+            if finished {
                 pr.become_probe();
             }
             self.maybe_commit();
-            self.send_append(from, true);
+            if finished {
+                self.send_append(from, true);
+            }
         } else if let ReplicationState::Snapshot { index: sent, offset } = pr.state {
             if sent == index && next_offset != offset {
                 pr.state = ReplicationState::Snapshot { index, offset: next_offset };
@@ -934,7 +949,11 @@ impl Raft {
         self.send(to, body);
     }
 
-    fn broadcast_heartbeat(&mut self) {
+    /// Heartbeats every follower. On the periodic tick (`on_tick`) it also
+    /// resends to followers whose replication stalled; heartbeats sent early
+    /// to confirm reads leave that to the tick, or every read would trigger
+    /// a resend.
+    fn broadcast_heartbeat(&mut self, on_tick: bool) {
         if self.reads.iter().any(|r| r.seq == 0) {
             self.read_seq += 1;
             let seq = self.read_seq;
@@ -949,8 +968,11 @@ impl Raft {
                 ReplicationState::Snapshot { offset, .. } => (pr.match_index, offset),
                 _ => (pr.match_index, 0),
             };
-            let stalled = now == pr.progress_at_heartbeat;
-            pr.progress_at_heartbeat = now;
+            let stalled = on_tick && now == pr.progress_at_heartbeat && !pr.heard_since_heartbeat;
+            if on_tick {
+                pr.progress_at_heartbeat = now;
+                pr.heard_since_heartbeat = false;
+            }
             let behind = pr.match_index < self.log.last_index();
             let read_seq = self.read_seq;
             self.send(id, Body::Heartbeat { commit, read_seq });

@@ -10,10 +10,10 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use shoal_raft::{Body, Config, FileStore, Index, Message, NodeId, Raft, Ready, Role, Term};
+use shoal_raft::{Body, Config, FileStore, Index, Message, NodeId, Raft, Ready, Role, SafetyChecker, Term};
 use shoal_sim::{EventQueue, Fate, Nanos, NetConfig, Network, Rng, MILLI, SECOND};
 use shoal_wal::{CrashMode, MemDir};
 
@@ -64,13 +64,8 @@ pub struct Cluster {
     pub snapshot_chunk_bytes: usize,
     pub max_inflight: usize,
     pub max_append_bytes: usize,
-    // Safety bookkeeping.
-    leader_of_term: HashMap<Term, NodeId>,
-    /// (index, term) -> (command, previous entry's term): log matching.
-    entry_identity: HashMap<(Index, Term), (Bytes, Option<Term>)>,
-    /// Every index some node applied, with what: state machine safety.
-    committed: BTreeMap<Index, Bytes>,
-    max_term: Term,
+    /// Raft's safety properties, checked after every event.
+    safety: SafetyChecker,
     // Accounting, as labrpc counts it.
     rpc_count: u64,
     rpc_bytes: u64,
@@ -96,10 +91,7 @@ impl Cluster {
             snapshot_chunk_bytes: 1024,
             max_inflight: 64,
             max_append_bytes: 64 * 1024,
-            leader_of_term: HashMap::new(),
-            entry_identity: HashMap::new(),
-            committed: BTreeMap::new(),
-            max_term: 0,
+            safety: SafetyChecker::new(format!("seed {seed}")),
             rpc_count: 0,
             rpc_bytes: 0,
             count_bytes: false,
@@ -157,7 +149,9 @@ impl Cluster {
         if let Some(s) = &recovered.snapshot {
             service = decode_service(&s.data);
             assert_eq!(service.last_applied, s.meta.index);
-            self.check_snapshot_content(i, &service);
+            for (index, data) in &service.applied {
+                self.safety.on_applied_data(Self::id(i), *index, data);
+            }
         }
         let mut cfg = Config::new(Self::id(i), (1..=self.n() as NodeId).collect());
         cfg.election_ticks = ELECTION_TICKS;
@@ -309,7 +303,7 @@ impl Cluster {
                 break;
             }
             let rd = raft.ready();
-            self.check_entries(i, &rd);
+            self.safety.on_ready(raft, &rd);
             let Ready { messages, persisted_messages, .. } = &rd;
             for m in messages.clone() {
                 self.send(m);
@@ -334,7 +328,9 @@ impl Cluster {
                 }
             }
         }
-        self.check_leader(i, was_leader);
+        if let Some(raft) = self.nodes[i].raft.as_ref() {
+            self.safety.after_event(raft, was_leader);
+        }
     }
 
     fn send(&mut self, m: Message) {
@@ -360,7 +356,9 @@ impl Cluster {
         if let Some(s) = &rd.apply_snapshot {
             let service = decode_service(&s.data);
             assert_eq!(service.last_applied, s.meta.index, "seed {}: snapshot content", self.seed);
-            self.check_snapshot_content(i, &service);
+            for (index, data) in &service.applied {
+                self.safety.on_applied_data(Self::id(i), *index, data);
+            }
             self.nodes[i].service = service;
         }
         for e in &rd.committed {
@@ -375,89 +373,7 @@ impl Cluster {
             );
             svc.last_applied = e.index;
             svc.applied.insert(e.index, e.data.clone());
-            match self.committed.get(&e.index) {
-                Some(prev) => assert_eq!(
-                    prev, &e.data,
-                    "seed {}: state machine safety: node {i} applied a different command at {}",
-                    self.seed, e.index
-                ),
-                None => {
-                    self.committed.insert(e.index, e.data.clone());
-                }
-            }
-        }
-    }
-
-    // ----- safety checks ---------------------------------------------------
-
-    fn check_entries(&mut self, i: usize, rd: &Ready) {
-        let raft = self.nodes[i].raft.as_ref().expect("live");
-        for e in &rd.entries {
-            let prev = raft.log().term(e.index - 1);
-            let identity = (e.data.clone(), prev);
-            match self.entry_identity.get(&(e.index, e.term)) {
-                Some((data, prev_term)) => {
-                    assert_eq!(
-                        data, &e.data,
-                        "seed {}: log matching: two different entries at index {} term {}",
-                        self.seed, e.index, e.term
-                    );
-                    if let (Some(a), Some(b)) = (prev_term, prev) {
-                        assert_eq!(
-                            *a, b,
-                            "seed {}: log matching: entry {}@{} follows different terms",
-                            self.seed, e.index, e.term
-                        );
-                    }
-                }
-                None => {
-                    self.entry_identity.insert((e.index, e.term), identity);
-                }
-            }
-        }
-    }
-
-    fn check_leader(&mut self, i: usize, was_leader: bool) {
-        let Some(raft) = self.nodes[i].raft.as_ref() else { return };
-        self.max_term = self.max_term.max(raft.term());
-        if !raft.is_leader() {
-            return;
-        }
-        let id = raft.id();
-        let holder = *self.leader_of_term.entry(raft.term()).or_insert(id);
-        assert_eq!(
-            holder,
-            id,
-            "seed {}: election safety: nodes {holder} and {id} both lead term {}",
-            self.seed,
-            raft.term()
-        );
-        if !was_leader {
-            // Leader completeness: a new leader holds every applied entry.
-            let log = raft.log();
-            for (&index, data) in self.committed.range(log.first_index()..) {
-                let e = log.entry(index).unwrap_or_else(|| {
-                    panic!("seed {}: leader completeness: leader {id} lacks committed {index}", self.seed)
-                });
-                assert_eq!(
-                    &e.data, data,
-                    "seed {}: leader {id} holds a different entry at {index}",
-                    self.seed
-                );
-            }
-        }
-    }
-
-    fn check_snapshot_content(&mut self, i: usize, service: &Service) {
-        for (index, data) in &service.applied {
-            match self.committed.get(index) {
-                Some(prev) => {
-                    assert_eq!(prev, data, "seed {}: node {i}'s snapshot disagrees at {index}", self.seed)
-                }
-                None => {
-                    self.committed.insert(*index, data.clone());
-                }
-            }
+            self.safety.on_apply(Self::id(i), e);
         }
     }
 
@@ -643,7 +559,7 @@ impl Cluster {
     }
 
     pub fn max_term(&self) -> Term {
-        self.max_term
+        self.safety.max_term()
     }
 
     /// The random command 6.824 tests use.
