@@ -67,6 +67,9 @@ pub struct DriverConfig {
     /// Take a snapshot (and compact the log) once this many entries were
     /// applied since the last one. `None`: never.
     pub snapshot_after_entries: Option<u64>,
+    /// Take a snapshot once the in-memory log holds this many bytes
+    /// (`--max-raft-state`, KV-3). `None`: never.
+    pub snapshot_after_log_bytes: Option<usize>,
     /// Compact the log only to a snapshot at least this many entries behind
     /// the applied index (etcd's "catch-up entries"): a follower that lags by
     /// less still catches up from the log instead of needing a snapshot.
@@ -90,6 +93,7 @@ impl DriverConfig {
             raft,
             tick: Duration::from_millis(10),
             snapshot_after_entries: None,
+            snapshot_after_log_bytes: None,
             compaction_lag: 0,
             blocking_io: true,
             max_batch: 16 * 1024,
@@ -608,10 +612,11 @@ impl<SM: StateMachine, D: Dir> Node<SM, D> {
     }
 
     fn maybe_compact(&mut self) {
-        let Some(every) = self.cfg.snapshot_after_entries else { return };
         let applied = self.raft.applied_index();
         let base = self.raft.log().snapshot_meta().index.max(self.last_snapshot);
-        if self.held_snapshot.is_none() && applied >= base + every.max(1) {
+        let by_entries = self.cfg.snapshot_after_entries.is_some_and(|every| applied >= base + every.max(1));
+        let by_bytes = self.cfg.snapshot_after_log_bytes.is_some_and(|max| self.raft.log_bytes() >= max);
+        if self.held_snapshot.is_none() && applied > base && (by_entries || by_bytes) {
             let data = self.sm.snapshot();
             tracing::debug!(index = applied, bytes = data.len(), "took a snapshot");
             self.held_snapshot = Some((applied, data));

@@ -11,11 +11,14 @@ pub struct RaftLog {
     snapshot: SnapshotMeta,
     /// `entries[i]` has index `snapshot.index + 1 + i`.
     entries: VecDeque<Entry>,
+    /// Sum of `Entry::size` over `entries`, kept up to date so a service can
+    /// poll it on every turn (KV-3's "snapshot when the log passes N bytes").
+    bytes: usize,
 }
 
 impl RaftLog {
     pub fn new(snapshot: SnapshotMeta, entries: Vec<Entry>) -> Self {
-        let mut log = RaftLog { snapshot, entries: VecDeque::new() };
+        let mut log = RaftLog { snapshot, entries: VecDeque::new(), bytes: 0 };
         for e in entries {
             log.push(e);
         }
@@ -73,6 +76,11 @@ impl RaftLog {
         out
     }
 
+    /// Bytes of entries held (by `Entry::size`).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
     }
@@ -80,26 +88,32 @@ impl RaftLog {
     pub fn push(&mut self, e: Entry) {
         assert_eq!(e.index, self.last_index() + 1, "log gap or overlap");
         assert!(e.term >= self.last_term(), "log terms must not decrease");
+        self.bytes += e.size();
         self.entries.push_back(e);
     }
 
     /// Drops every entry at `index` and after.
     pub fn truncate_from(&mut self, index: Index) {
         assert!(index > self.snapshot.index, "truncating into the snapshot");
-        self.entries.truncate((index - self.snapshot.index - 1) as usize);
+        let keep = (index - self.snapshot.index - 1) as usize;
+        let dropped: usize = self.entries.iter().skip(keep).map(Entry::size).sum();
+        self.bytes -= dropped;
+        self.entries.truncate(keep);
     }
 
     /// Forgets entries up to `index`, which the service's snapshot now covers.
     pub fn compact_to(&mut self, index: Index) {
         let term = self.term(index).expect("compacting to an index the log holds");
         let drop = (index - self.snapshot.index) as usize;
-        self.entries.drain(..drop);
+        let dropped: usize = self.entries.drain(..drop).map(|e| e.size()).sum();
+        self.bytes -= dropped;
         self.snapshot = SnapshotMeta { index, term };
     }
 
     /// Replaces the whole log with a snapshot received from the leader.
     pub fn reset(&mut self, snapshot: SnapshotMeta) {
         self.entries.clear();
+        self.bytes = 0;
         self.snapshot = snapshot;
     }
 

@@ -291,7 +291,7 @@ impl Raft {
     /// Bytes of log held in memory since the last snapshot, for the
     /// service's "snapshot when the state grows past N" policy (KV-3).
     pub fn log_bytes(&self) -> usize {
-        self.log.iter().map(Entry::size).sum()
+        self.log.bytes()
     }
 
     // ----- inputs --------------------------------------------------------
@@ -372,6 +372,10 @@ impl Raft {
         assert_eq!(m.to, self.cfg.id, "message delivered to the wrong node");
         if !self.cfg.voters.contains(&m.from) || m.from == self.cfg.id {
             tracing::warn!(id = self.cfg.id, from = m.from, "message from a non-member; dropped");
+            return;
+        }
+        if let Err(e) = m.validate() {
+            tracing::warn!(id = self.cfg.id, from = m.from, "malformed {}: {e}; dropped", m.body.kind());
             return;
         }
         if m.term > self.term {

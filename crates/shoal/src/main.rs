@@ -1,8 +1,9 @@
-//! `shoal`: the one binary. Today: the in-process demo cluster and the Raft
-//! benchmark.
+//! `shoal`: the one binary: the in-process demo cluster, the key/value
+//! server and client, and the benchmarks.
 
 mod bench;
 mod demo;
+mod kv;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Runs a 5-node Raft cluster in this process on real files and narrates
     /// an election, a leader crash and a snapshot catch-up.
     Demo(demo::DemoArgs),
+    /// The replicated key/value store: `shoal kv serve ...` runs a server,
+    /// `shoal kv --cluster ... get|put|append|delete|cas|status` talks to one.
+    Kv(kv::KvArgs),
     /// Measures a cluster's throughput.
     Bench {
         #[command(subcommand)]
@@ -38,11 +42,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args),
-        Command::Bench { target } => bench::run(target),
+        Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Kv(args) => kv::run(args),
+        Command::Bench { target } => bench::run(target).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
