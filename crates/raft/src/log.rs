@@ -61,17 +61,23 @@ impl RaftLog {
     pub fn slice(&self, lo: Index, hi: Index, max_bytes: usize) -> Vec<Entry> {
         assert!(lo > self.snapshot.index, "slice({lo}..) below the snapshot");
         let hi = hi.min(self.last_index() + 1);
-        let mut out = Vec::new();
+        if lo >= hi {
+            return Vec::new();
+        }
+        let start = (lo - self.snapshot.index - 1) as usize;
+        let end = (hi - self.snapshot.index - 1) as usize;
+        let range = self.entries.range(start..end);
+        if max_bytes == usize::MAX {
+            return range.cloned().collect();
+        }
+        let mut out = Vec::with_capacity(end - start);
         let mut bytes = 0;
-        let mut i = lo;
-        while i < hi {
-            let Some(e) = self.entry(i) else { break };
+        for e in range {
             bytes += e.size();
             if !out.is_empty() && bytes > max_bytes {
                 break;
             }
             out.push(e.clone());
-            i += 1;
         }
         out
     }
