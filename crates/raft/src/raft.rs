@@ -191,6 +191,8 @@ pub struct Raft {
     /// Pre-votes for `term + 1`, kept across pre-vote retries so that replies
     /// delayed past one election timeout still count.
     pre_votes: BTreeMap<NodeId, bool>,
+    /// This term's candidacy already re-asked its silent voters once.
+    vote_retried: bool,
     progress: BTreeMap<NodeId, Progress>,
     /// New entries wait here for one batched broadcast in `ready()`.
     broadcast_pending: bool,
@@ -233,6 +235,7 @@ impl Raft {
             rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
             votes: BTreeMap::new(),
             pre_votes: BTreeMap::new(),
+            vote_retried: false,
             progress: BTreeMap::new(),
             broadcast_pending: false,
             read_seq: 0,
@@ -319,7 +322,14 @@ impl Raft {
                 self.broadcast_heartbeat(true);
             }
         } else if self.election_elapsed >= self.randomized_timeout {
-            if self.cfg.pre_vote {
+            if self.role == Role::Candidate && !self.vote_retried {
+                // Before giving up on this term, ask the silent voters once
+                // more: replies may just be slow, and a new term would throw
+                // away the votes already won.
+                self.vote_retried = true;
+                self.reset_election_timer();
+                self.request_votes(false);
+            } else if self.cfg.pre_vote {
                 self.pre_campaign();
             } else {
                 self.campaign();
@@ -581,14 +591,23 @@ impl Raft {
         self.pre_votes.clear();
         self.reset_election_timer();
         tracing::debug!(id = self.cfg.id, term = self.term, "campaigning");
+        self.vote_retried = false;
         self.record_vote(self.cfg.id, true);
         if self.role != Role::Candidate {
             return;
         }
+        self.request_votes(true);
+    }
+
+    /// Sends RequestVote for the current term to every peer (`all`) or to
+    /// those that have not answered yet.
+    fn request_votes(&mut self, all: bool) {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         for id in self.peers() {
-            // After persist: our vote for ourselves must be durable first.
-            self.send_after_persist(id, Body::RequestVote { last_index, last_term });
+            if all || !self.votes.contains_key(&id) {
+                // After persist: our vote for ourselves must be durable first.
+                self.send_after_persist(id, Body::RequestVote { last_index, last_term });
+            }
         }
     }
 

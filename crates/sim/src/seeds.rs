@@ -18,6 +18,8 @@ use crate::rng::splitmix64;
 pub const SEED_ENV: &str = "SHOAL_SEED";
 /// Env var giving how many seeds to run.
 pub const SEEDS_ENV: &str = "SHOAL_SEEDS";
+/// Set to run every seed even after a failure (see [`run_seed_list`]).
+pub const KEEP_GOING_ENV: &str = "SHOAL_KEEP_GOING";
 
 /// FNV-1a over the name: a fixed, documented hash (std's `DefaultHasher`
 /// may change between Rust releases, which would silently change seeds).
@@ -86,22 +88,40 @@ pub fn run_seeds(scenario: &str, default_count: u64, f: impl Fn(u64)) {
 /// Runs `f` over the given seeds, reporting and propagating the first
 /// failure. Split from [`run_seeds`] so tests need not set env vars.
 pub fn run_seed_list(scenario: &str, seeds: &[u64], f: impl Fn(u64)) {
+    // SHOAL_KEEP_GOING=1 runs every seed and lists all that failed: for
+    // measuring how often a rare failure happens, not for CI.
+    let keep_going = env_value(KEEP_GOING_ENV).is_some();
     let started = std::time::Instant::now();
+    let mut failed = Vec::new();
+    let mut first_payload = None;
     for (passed, &seed) in seeds.iter().enumerate() {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(seed))) {
             // Tests run on parallel threads: one eprintln per line keeps
             // each report contiguous.
             eprintln!(
-                "scenario {scenario}: {passed} of {} seeds passed before seed {seed} failed",
-                seeds.len()
-            );
-            eprintln!(
                 "scenario {scenario} FAILED with seed {seed} — replay: {SEED_ENV}={seed} cargo test {scenario}"
             );
-            panic::resume_unwind(payload);
+            if !keep_going {
+                eprintln!(
+                    "scenario {scenario}: {} of {} seeds passed before seed {seed} failed",
+                    passed - failed.len(),
+                    seeds.len()
+                );
+                panic::resume_unwind(payload);
+            }
+            failed.push(seed);
+            first_payload.get_or_insert(payload);
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    if let Some(payload) = first_payload {
+        eprintln!(
+            "scenario {scenario}: {} of {} seeds failed in {secs:.2} s: {failed:?}",
+            failed.len(),
+            seeds.len()
+        );
+        panic::resume_unwind(payload);
+    }
     eprintln!("scenario {scenario}: all {} seeds passed in {secs:.2} s", seeds.len());
 }
 
