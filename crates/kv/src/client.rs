@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shoal_rpc::{Client, ClientOptions};
 
-use crate::clerk::{Clerk, KvRequest, KvResponse};
+use crate::clerk::{Clerk, KvRequest};
 use crate::server::{ServerRequest, ServerResponse, ServerStatus};
 use crate::state::{ClientId, Op, OpResult};
 
@@ -68,13 +68,13 @@ impl KvClient {
             let target = self.clerk.target();
             match self.conns[target].call(&req).await {
                 Ok(ServerResponse::Kv(resp)) => {
-                    let unsure = matches!(resp, KvResponse::WrongLeader { leader: None } | KvResponse::Retry);
                     if let Some(result) = self.clerk.on_response(target, resp) {
                         return Ok(result);
                     }
-                    if unsure && (tries as usize).is_multiple_of(self.conns.len()) {
-                        // A full round without a leader: an election is
-                        // probably under way; do not spin.
+                    if (tries as usize).is_multiple_of(self.conns.len()) {
+                        // A full round without an answer: an election is
+                        // probably under way, or the leader is not in our
+                        // list; do not spin.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }

@@ -175,7 +175,9 @@ impl KvService {
         };
         match tokio::time::timeout(self.request_timeout, work).await {
             Ok(Ok(result)) => KvResponse::Ok(result),
-            Ok(Err(ProposeError::NotLeader { hint })) => KvResponse::WrongLeader { leader: hint },
+            Ok(Err(ProposeError::NotLeader { hint })) => {
+                KvResponse::WrongLeader { leader: hint, me: self.id }
+            }
             Ok(Err(_)) | Err(_) => KvResponse::Retry,
         }
     }

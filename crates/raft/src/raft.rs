@@ -119,6 +119,9 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
     pub persisted_messages: Vec<Message>,
+    /// With `snapshot`: every log entry after it (some may also be in
+    /// `entries`), so the store can rewrite a self-contained segment.
+    pub log_tail: Vec<Entry>,
     pub apply_snapshot: Option<Snapshot>,
     pub committed: Vec<Entry>,
     pub read_states: Vec<ReadState>,
@@ -539,9 +542,15 @@ impl Raft {
             Vec::new()
         };
         self.in_ready = Some(last);
+        let snapshot = self.new_snapshot.take();
+        let log_tail = match snapshot {
+            Some(_) => self.log.slice(self.log.first_index(), last + 1, usize::MAX),
+            None => Vec::new(),
+        };
         Ready {
             hard_state,
-            snapshot: self.new_snapshot.take(),
+            snapshot,
+            log_tail,
             entries,
             messages: std::mem::take(&mut self.msgs),
             persisted_messages: std::mem::take(&mut self.persisted_msgs),

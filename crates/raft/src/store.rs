@@ -78,8 +78,8 @@ pub struct FileStore<D: Dir> {
     wal: Wal<D>,
     hard_state: HardState,
     snapshot: SnapshotMeta,
-    /// The durable log, mirrored so that a compaction can rewrite the tail
-    /// into a fresh segment. Entry payloads are shared `Bytes`, not copies.
+    /// The log as replay rebuilds it in `open`; handed to the caller and
+    /// empty from then on (compactions get the tail from `Ready::log_tail`).
     entries: VecDeque<Entry>,
     scratch: Vec<u8>,
 }
@@ -133,7 +133,7 @@ impl<D: Dir> FileStore<D> {
         let state = Recovered {
             hard_state: store.hard_state,
             snapshot,
-            entries: store.entries.iter().cloned().collect(),
+            entries: std::mem::take(&mut store.entries).into(),
         };
         Ok((store, state))
     }
@@ -193,18 +193,16 @@ impl<D: Dir> FileStore<D> {
             self.append(&Record::HardState(hs))?;
         }
         if let Some(snap) = &ready.snapshot {
-            self.install_snapshot(snap)?;
+            self.install_snapshot(snap, &ready.log_tail)?;
         }
         if !ready.entries.is_empty() {
-            self.truncate_from(ready.entries[0].index);
-            self.entries.extend(ready.entries.iter().cloned());
             self.append(&RecordRef::Entries(&ready.entries))?;
         }
         self.wal.sync()?;
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snap: &NewSnapshot) -> Result<(), StoreError> {
+    fn install_snapshot(&mut self, snap: &NewSnapshot, tail: &[Entry]) -> Result<(), StoreError> {
         let (s, keep_tail) = match snap {
             NewSnapshot::Compacted(s) => (s, true),
             NewSnapshot::Received(s) => (s, false),
@@ -225,7 +223,7 @@ impl<D: Dir> FileStore<D> {
         self.append(&Record::Base {
             snapshot: self.snapshot,
             hard_state: self.hard_state,
-            entries: self.entries.iter().cloned().collect(),
+            entries: tail.to_vec(),
         })?;
         self.wal.sync()?;
         self.wal.remove_segments_before(segment)?;

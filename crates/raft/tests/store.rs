@@ -93,6 +93,9 @@ impl Model {
         }
         let mut after = self.clone();
         after.apply(&rd);
+        if rd.snapshot.is_some() {
+            rd.log_tail = after.entries.clone();
+        }
         if rng.ratio(2, 3) {
             // Append, sometimes overwriting a suffix.
             let lo = after.snapshot_index() + 1;

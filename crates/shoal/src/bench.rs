@@ -1,3 +1,6 @@
+//! `shoal bench kv` (in [`crate::bench_kv`]) loads a running key/value
+//! cluster over the network.
+//!
 //! `shoal bench raft`: the setup of openraft's `benchmarks/minimal`, so the
 //! two can be compared on one machine: three nodes in one process on a tokio
 //! multi-thread runtime, the log in memory (the real `FileStore` over a
@@ -22,6 +25,8 @@ use shoal_wal::MemDir;
 pub enum BenchTarget {
     /// Write throughput of a 3-node Raft group in one process, log in memory.
     Raft(RaftArgs),
+    /// Throughput and latency of a running key/value cluster (`shoal kv serve`).
+    Kv(crate::bench_kv::KvBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +54,7 @@ pub struct RaftArgs {
 pub fn run(target: BenchTarget) -> Result<()> {
     match target {
         BenchTarget::Raft(args) => raft(args),
+        BenchTarget::Kv(args) => crate::bench_kv::run(args),
     }
 }
 

@@ -50,6 +50,17 @@ enum KvCommand {
     },
     /// Shows every server's role, term, commit and applied index.
     Status,
+    /// Checks a recorded history (JSON lines, as `shoal bench kv --history`
+    /// writes them) for linearizability. Exits 0 if it is linearizable, 1
+    /// with the violation if it is not, 2 if the time limit ran out first,
+    /// 3 if the file cannot be read or parsed.
+    CheckHistory {
+        /// The history file, one JSON object per line.
+        file: PathBuf,
+        /// Give up (answering "unknown") after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        time_limit_secs: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +86,9 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: KvArgs) -> Result<ExitCode> {
+    if let KvCommand::CheckHistory { file, time_limit_secs } = &args.command {
+        return Ok(check_history(file, Duration::from_secs(*time_limit_secs)));
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
@@ -156,7 +170,7 @@ async fn client_command(cluster: &[String], timeout: Duration, command: KvComman
     client.op_timeout = timeout;
     let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
     match command {
-        KvCommand::Serve(_) => unreachable!("handled by the caller"),
+        KvCommand::Serve(_) | KvCommand::CheckHistory { .. } => unreachable!("handled by the caller"),
         KvCommand::Put { key, value } => {
             client.put(key, value).await?;
             println!("OK");
@@ -213,4 +227,37 @@ async fn client_command(cluster: &[String], timeout: Duration, command: KvComman
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `shoal kv check-history`: the verdict as the exit code (see the
+/// subcommand's help).
+fn check_history(file: &std::path::Path, time_limit: Duration) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(3);
+        }
+    };
+    let ops = match crate::history::parse(&text) {
+        Ok(ops) => ops,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(3);
+        }
+    };
+    match shoal_sim::check(&shoal_sim::KvModel, &ops, time_limit) {
+        shoal_sim::CheckResult::Ok => {
+            println!("linearizable ({} operations)", ops.len());
+            ExitCode::SUCCESS
+        }
+        shoal_sim::CheckResult::Illegal(v) => {
+            println!("not linearizable ({} operations): {v}", ops.len());
+            ExitCode::from(1)
+        }
+        shoal_sim::CheckResult::Unknown => {
+            println!("unknown (time limit) after {time_limit:?}; {} operations", ops.len());
+            ExitCode::from(2)
+        }
+    }
 }

@@ -2,8 +2,11 @@
 //! server and client, and the benchmarks.
 
 mod bench;
+mod bench_kv;
 mod demo;
+mod history;
 mod kv;
+mod mr;
 
 use std::process::ExitCode;
 
@@ -25,8 +28,12 @@ enum Command {
     /// an election, a leader crash and a snapshot catch-up.
     Demo(demo::DemoArgs),
     /// The replicated key/value store: `shoal kv serve ...` runs a server,
-    /// `shoal kv --cluster ... get|put|append|delete|cas|status` talks to one.
+    /// `shoal kv --cluster ... get|put|append|delete|cas|status` talks to one,
+    /// `shoal kv check-history FILE` judges a recorded history.
     Kv(kv::KvArgs),
+    /// MapReduce: `shoal mr run ...` runs a job on local worker processes;
+    /// `shoal mr coordinator ...` and `shoal mr worker ...` run the roles apart.
+    Mr(mr::MrArgs),
     /// Measures a cluster's throughput.
     Bench {
         #[command(subcommand)]
@@ -44,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Kv(args) => kv::run(args),
+        Command::Mr(args) => mr::run(args),
         Command::Bench { target } => bench::run(target).map(|()| ExitCode::SUCCESS),
     };
     match result {

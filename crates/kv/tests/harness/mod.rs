@@ -567,14 +567,28 @@ impl KvCluster {
                 Ok(()) => {
                     s.reads.insert(ctx, (client, req, cmd.op.key().clone()));
                 }
-                Err(_) => return self.respond(i, client, req, KvResponse::WrongLeader { leader: hint }),
+                Err(_) => {
+                    return self.respond(
+                        i,
+                        client,
+                        req,
+                        KvResponse::WrongLeader { leader: hint, me: i as NodeId + 1 },
+                    )
+                }
             }
         } else {
             match raft.propose(cmd.encode()) {
                 Ok((index, term)) => {
                     self.servers[i].pending.insert(index, (term, client, req));
                 }
-                Err(_) => return self.respond(i, client, req, KvResponse::WrongLeader { leader: hint }),
+                Err(_) => {
+                    return self.respond(
+                        i,
+                        client,
+                        req,
+                        KvResponse::WrongLeader { leader: hint, me: i as NodeId + 1 },
+                    )
+                }
             }
         }
         self.process(i);
@@ -626,7 +640,7 @@ impl KvCluster {
                 .chain(s.reads.drain().map(|(_, (c, r, _))| (c, r)))
                 .collect();
             for (c, r) in waiting {
-                self.respond(i, c, r, KvResponse::WrongLeader { leader: hint });
+                self.respond(i, c, r, KvResponse::WrongLeader { leader: hint, me: i as NodeId + 1 });
             }
         }
     }
