@@ -105,6 +105,8 @@ fsync_rate() {
     # already allocated ($1 = overwrite: no metadata to sync, like fdatasync).
     local f="$WORK/fsync-probe" t0 t1 flags=""
     rm -f "$f"
+    # Flush what the build left dirty first, or writeback skews the probe.
+    sync
     if [[ $1 == overwrite ]]; then
         dd if=/dev/zero of="$f" bs=4k count=2000 status=none
         sync "$f" 2>/dev/null || sync

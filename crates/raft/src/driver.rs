@@ -521,17 +521,20 @@ impl<SM: StateMachine, D: Dir> Node<SM, D> {
             if !rd.messages.is_empty() {
                 self.transport.send_all(std::mem::take(&mut rd.messages));
             }
-            if rd.hard_state.is_some() || rd.snapshot.is_some() || !rd.entries.is_empty() {
-                self.persist(&rd)?;
-            }
-            if !rd.persisted_messages.is_empty() {
-                self.transport.send_all(std::mem::take(&mut rd.persisted_messages));
-            }
+            // Committed entries are already durable here and on a majority:
+            // apply them (and answer their proposers) while this Ready's new
+            // entries are still to be fsynced, not after.
             if let Some(s) = rd.apply_snapshot.take() {
                 self.install(&s);
             }
             for e in std::mem::take(&mut rd.committed) {
                 self.apply(e);
+            }
+            if rd.hard_state.is_some() || rd.snapshot.is_some() || !rd.entries.is_empty() {
+                self.persist(&rd)?;
+            }
+            if !rd.persisted_messages.is_empty() {
+                self.transport.send_all(std::mem::take(&mut rd.persisted_messages));
             }
             let applied = self.raft.applied_index();
             for rs in rd.read_states.drain(..) {

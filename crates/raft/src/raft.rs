@@ -10,7 +10,9 @@
 //! 2. persist `snapshot`, `hard_state` and `entries`, and fsync;
 //! 3. only then send `Ready::persisted_messages` (votes, acknowledgements);
 //! 4. apply `apply_snapshot` and `committed` to the service, hand out
-//!    `read_states` once the service has applied their index;
+//!    `read_states` once the service has applied their index (this step may
+//!    also come before 2: committed entries are durable already, so a
+//!    driver can apply them while the new ones are being fsynced);
 //! 5. call `advance()`; no `step`/`tick`/`propose` between `ready` and
 //!    `advance`.
 //!
