@@ -216,6 +216,11 @@ pub fn run(args: MrArgs) -> Result<ExitCode> {
 }
 
 fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
+    // Planning clears an earlier job's mr-out-* files: find out first
+    // whether we can listen at all, so a busy port costs nothing.
+    let probe =
+        std::net::TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
+    drop(probe);
     let plan = a.job.plan()?;
     let opts = a.sched.options()?;
     let output = PathBuf::from(&plan.job.output);
