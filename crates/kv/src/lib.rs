@@ -5,9 +5,11 @@
 //! - [`clerk`]: the request/response protocol and the client's retry logic.
 //! - [`server`]: a server process: the Raft driver plus one RPC port.
 //! - [`client`]: the client library over RPC.
+//! - [`model`]: operations as the linearizability checker sees them.
 
 pub mod clerk;
 pub mod client;
+pub mod model;
 pub mod server;
 pub mod state;
 

@@ -84,24 +84,12 @@ fn text(b: &Bytes) -> String {
 /// Runs one operation through `client`, recording it. `None` if it failed
 /// (its outcome then stays unknown in the history).
 async fn recorded(client: &mut KvClient, who: u64, op: Op, history: &History) -> Option<OpResult> {
-    let input = match &op {
-        Op::Get { key } => KvInput::Get { key: text(key) },
-        Op::Put { key, value } => KvInput::Put { key: text(key), value: text(value) },
-        Op::Append { key, value } => KvInput::Append { key: text(key), value: text(value) },
-        Op::Delete { key } => KvInput::Delete { key: text(key) },
-        Op::Cas { key, expected, new } => {
-            KvInput::Cas { key: text(key), expected: expected.as_ref().map(text), new: text(new) }
-        }
-    };
+    let input = shoal_kv::model::model_input(&op);
     let index = history.begin(who, input);
     match client.execute(op).await {
         Ok(result) => {
-            let output = match &result {
-                OpResult::Value(v) => KvOutput::Value(v.as_ref().map(text)),
-                OpResult::Done => KvOutput::Done,
-                OpResult::Cas { swapped, .. } => KvOutput::Swapped(*swapped),
-                OpResult::Invalid => panic!("client {who}: the server found our command invalid"),
-            };
+            let output = shoal_kv::model::model_output(&result)
+                .unwrap_or_else(|| panic!("client {who}: the server found our command invalid"));
             history.finish(index, output);
             Some(result)
         }

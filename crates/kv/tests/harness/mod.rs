@@ -750,27 +750,11 @@ impl KvCluster {
     }
 }
 
-fn text(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn to_input(op: &Op) -> KvInput {
-    match op {
-        Op::Get { key } => KvInput::Get { key: text(key) },
-        Op::Put { key, value } => KvInput::Put { key: text(key), value: text(value) },
-        Op::Append { key, value } => KvInput::Append { key: text(key), value: text(value) },
-        Op::Delete { key } => KvInput::Delete { key: text(key) },
-        Op::Cas { key, expected, new } => {
-            KvInput::Cas { key: text(key), expected: expected.as_ref().map(text), new: text(new) }
-        }
-    }
+    shoal_kv::model::model_input(op)
 }
 
 fn to_output(r: &OpResult) -> KvOutput {
-    match r {
-        OpResult::Value(v) => KvOutput::Value(v.as_ref().map(text)),
-        OpResult::Done => KvOutput::Done,
-        OpResult::Cas { swapped, .. } => KvOutput::Swapped(*swapped),
-        OpResult::Invalid => panic!("a client got Invalid: the server could not decode its command"),
-    }
+    shoal_kv::model::model_output(r)
+        .unwrap_or_else(|| panic!("a client got Invalid: the server could not decode its command"))
 }
