@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use shoal_sim::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -256,29 +257,12 @@ async fn proxy_connection(
     }
 }
 
-/// SplitMix64: small, seedable, good enough for fault injection.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+/// A uniform delay from `r` (`r.start` when the range is empty).
+fn random_delay(rng: &mut Rng, r: &Range<Duration>) -> Duration {
+    if r.end <= r.start {
+        return r.start;
     }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn delay(&mut self, r: &Range<Duration>) -> Duration {
-        if r.end <= r.start {
-            return r.start;
-        }
-        r.start + (r.end - r.start).mul_f64(self.unit())
-    }
+    r.start + (r.end - r.start).mul_f64(rng.below(1 << 53) as f64 / (1u64 << 53) as f64)
 }
 
 /// Forwards one direction until end of stream or an error. Reading and
@@ -286,7 +270,7 @@ impl Rng {
 /// being read (delays overlap like latency, not add up).
 async fn pump(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf, dir: Direction, ctl: &Control, n: u64) {
     let i = index(dir);
-    let mut rng = Rng(ctl.seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((i as u64 + 1) << 62));
+    let mut rng = Rng::new(ctl.seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((i as u64 + 1) << 62));
     let (tx, mut rx) = mpsc::channel::<(Instant, bytes::Bytes)>(16);
     let mut faults_rx = ctl.faults.subscribe();
     let reader = async {
@@ -298,11 +282,11 @@ async fn pump(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf, dir: Direction, c
                 Ok(_) => {}
             }
             let f = ctl.faults.borrow().clone();
-            if f.drop[i] > 0.0 && rng.unit() < f.drop[i] {
+            if f.drop[i] > 0.0 && rng.chance(f.drop[i]) {
                 ctl.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let at = (Instant::now() + rng.delay(&f.delay)).max(last);
+            let at = (Instant::now() + random_delay(&mut rng, &f.delay)).max(last);
             last = at;
             if tx.send((at, buf.freeze())).await.is_err() {
                 break;
